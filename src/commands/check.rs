@@ -1,0 +1,439 @@
+//! `edge-change check`: one pair, or every pair of a CSV on all cores, as a short human summary or
+//! one JSON object per pair (schema 1). Exit codes: 0 no change, 1 change, 2 error; with --pairs
+//! 0 when every row was analysed and 2 when any failed.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use image::RgbImage;
+
+use crate::analysis::{
+    decode, fit_to, visualize, AnalysisError, Analyzer, Comparison, Encoder, Mask, Settings,
+};
+use crate::cli::CheckArgs;
+use crate::config::Config;
+use crate::model;
+use crate::report::{ErrorReport, ModelRef, Report, Timings, SCHEMA};
+
+const EXIT_CHANGE: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let mut settings = config.analysis_settings();
+    if let Some(t) = args.threshold {
+        if !(t.is_finite() && t > 0.0) {
+            bail!("--threshold {t}: must be a positive number");
+        }
+        settings.threshold = Some(t);
+    }
+    let job = Job {
+        model: args.model.clone().unwrap_or_else(|| config.model.path.clone()),
+        settings,
+        max_pixels: config.analysis.max_pixels,
+        json: args.json,
+    };
+    match (&args.pairs, &args.before, &args.after) {
+        (Some(csv), _, _) => job.pairs(csv, config.workers),
+        (None, Some(before), Some(after)) => {
+            let pair =
+                Pair { before: before.clone(), after: after.clone(), mask: args.mask.clone() };
+            Ok(job.single(&pair, args.visualize.as_deref()))
+        }
+        _ => bail!("check needs BEFORE and AFTER, or --pairs FILE.csv"),
+    }
+}
+
+/// What every pair of one invocation shares.
+struct Job {
+    /// Empty = the default encoding, found by `model::locate`.
+    model: PathBuf,
+    settings: Settings,
+    max_pixels: u64,
+    json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pair {
+    before: PathBuf,
+    after: PathBuf,
+    mask: Option<PathBuf>,
+}
+
+impl Pair {
+    fn names(&self) -> (String, String) {
+        (self.before.display().to_string(), self.after.display().to_string())
+    }
+}
+
+/// Both captures decoded, the after one fitted to the before's size.
+struct Decoded {
+    before: RgbImage,
+    after: RgbImage,
+    mask: Option<Mask>,
+    decode_ms: f64,
+}
+
+/// A CSV row that names no usable pair.
+#[derive(Debug)]
+struct BadRow {
+    before: String,
+    after: String,
+    message: String,
+}
+
+/// A pair's outcome, ready to print.
+struct Outcome {
+    before: String,
+    after: String,
+    result: Result<(Comparison, Timings), String>,
+}
+
+impl Job {
+    fn load(&self) -> anyhow::Result<Analyzer> {
+        let path = model::locate(Some(&self.model))?;
+        let encoder = Encoder::load(&path)?;
+        Ok(Analyzer::new(encoder, self.settings.clone()))
+    }
+
+    /// Decodes first so that a bad capture is reported without waiting for the model.
+    fn single(&self, pair: &Pair, visualize_to: Option<&Path>) -> ExitCode {
+        let (before, after) = pair.names();
+        let started = Instant::now();
+        let result =
+            decode_pair(pair, self.max_pixels).map_err(anyhow::Error::from).and_then(|decoded| {
+                let load_started = Instant::now();
+                let analyzer = self.load()?;
+                let load_time = load_started.elapsed();
+                let (comparison, mut timings) = analyse(&analyzer, &decoded)?;
+                timings.total = ms(started.elapsed() - load_time);
+                if let Some(out) = visualize_to {
+                    let picture = visualize::render(
+                        &decoded.before,
+                        &decoded.after,
+                        decoded.mask.as_ref(),
+                        &comparison,
+                    );
+                    picture
+                        .save_with_format(out, image::ImageFormat::Png)
+                        .with_context(|| format!("{}: cannot write", out.display()))?;
+                }
+                Ok((comparison, timings, ModelRef::from(analyzer.encoder().card())))
+            });
+        match result {
+            Ok((comparison, timings, model)) => {
+                let changed = comparison.changed;
+                let outcome = Outcome { before, after, result: Ok((comparison, timings)) };
+                print_outcome(&outcome, &model, self.json);
+                ExitCode::from(if changed { EXIT_CHANGE } else { 0 })
+            }
+            Err(error) => {
+                let outcome = Outcome { before, after, result: Err(format!("{error:#}")) };
+                print_outcome(
+                    &outcome,
+                    &ModelRef { name: String::new(), sha256: String::new() },
+                    self.json,
+                );
+                ExitCode::from(EXIT_ERROR)
+            }
+        }
+    }
+
+    /// Every row of the CSV on `workers` threads (0 = one per core), printed in input order.
+    fn pairs(&self, csv: &Path, workers: usize) -> anyhow::Result<ExitCode> {
+        let rows = read_pairs(csv)?;
+        let analyzer = self.load()?;
+        let model = ModelRef::from(analyzer.encoder().card());
+        let workers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, rows.len().max(1));
+        let progress = Progress::new(rows.len());
+        let next = AtomicUsize::new(0);
+        let mut failed = false;
+        std::thread::scope(|scope| {
+            // Unbounded, but it never holds more than one message per CSV row (small results).
+            let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (rows, next, analyzer) = (&rows, &next, &analyzer);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(row) = rows.get(i) else { break };
+                    let outcome = match row {
+                        Ok(pair) => {
+                            let (before, after) = pair.names();
+                            let result = analyse_pair(analyzer, pair, self.max_pixels)
+                                .map_err(|e| e.to_string());
+                            Outcome { before, after, result }
+                        }
+                        Err(bad) => Outcome {
+                            before: bad.before.clone(),
+                            after: bad.after.clone(),
+                            result: Err(bad.message.clone()),
+                        },
+                    };
+                    if tx.send((i, outcome)).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            // Results arrive in completion order; hold them until their turn.
+            let mut waiting = BTreeMap::new();
+            let mut printed = 0;
+            for (i, outcome) in rx {
+                waiting.insert(i, outcome);
+                while let Some(outcome) = waiting.remove(&printed) {
+                    failed |= outcome.result.is_err();
+                    progress.clear();
+                    print_outcome(&outcome, &model, self.json);
+                    printed += 1;
+                    progress.show(printed);
+                }
+            }
+            progress.finish();
+        });
+        Ok(ExitCode::from(if failed { EXIT_ERROR } else { 0 }))
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn decode_pair(pair: &Pair, max_pixels: u64) -> Result<Decoded, AnalysisError> {
+    let started = Instant::now();
+    let before = decode::decode_file(&pair.before, max_pixels)?;
+    let after = decode::decode_file(&pair.after, max_pixels)?;
+    let mask = pair.mask.as_deref().map(|m| Mask::load(m, max_pixels)).transpose()?;
+    // Checked here too (embed_capture does) so a wrong mask is reported before the model loads.
+    if let Some(m) = &mask {
+        let ((mask_w, mask_h), (width, height)) = (m.dimensions(), before.dimensions());
+        if (mask_w, mask_h) != (width, height) {
+            let mask = m.name().to_owned();
+            return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
+        }
+    }
+    let after = fit_to(after, before.dimensions());
+    Ok(Decoded { before, after, mask, decode_ms: ms(started.elapsed()) })
+}
+
+fn analyse(analyzer: &Analyzer, d: &Decoded) -> Result<(Comparison, Timings), AnalysisError> {
+    let started = Instant::now();
+    let before = analyzer.embed_capture(&d.before, d.mask.as_ref())?;
+    let after = analyzer.embed_capture(&d.after, d.mask.as_ref())?;
+    let comparison = analyzer.compare(&before, &after)?;
+    let encode = ms(started.elapsed());
+    Ok((comparison, Timings { decode: d.decode_ms, encode, total: d.decode_ms + encode }))
+}
+
+fn analyse_pair(
+    analyzer: &Analyzer,
+    pair: &Pair,
+    max_pixels: u64,
+) -> Result<(Comparison, Timings), AnalysisError> {
+    analyse(analyzer, &decode_pair(pair, max_pixels)?)
+}
+
+/// A pair's result on stdout (JSON or summary); an error also as one line on stderr.
+fn print_outcome(outcome: &Outcome, model: &ModelRef, json: bool) {
+    let (before, after) = (outcome.before.as_str(), outcome.after.as_str());
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic; the exit code still tells.
+    let _ = match &outcome.result {
+        Ok((comparison, timings)) if json => {
+            let report = Report {
+                schema: SCHEMA,
+                before,
+                after,
+                comparison,
+                model: model.clone(),
+                timings_ms: timings.rounded(),
+            };
+            writeln!(stdout, "{}", serde_json::to_string(&report).unwrap_or_default())
+        }
+        Ok((comparison, _)) => write!(stdout, "{}", summary(before, after, comparison)),
+        Err(error) => {
+            eprintln!("error: {error}");
+            if json {
+                let report = ErrorReport { schema: SCHEMA, before, after, error: error.clone() };
+                writeln!(stdout, "{}", serde_json::to_string(&report).unwrap_or_default())
+            } else {
+                Ok(())
+            }
+        }
+    };
+}
+
+/// The human summary: decision, distance vs threshold, greenery, changed tiles.
+fn summary(before: &str, after: &str, c: &Comparison) -> String {
+    let pct = |v: f64| format!("{:.1}%", v * 100.0);
+    let direction = |d| serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned));
+    let changed_tiles: Vec<_> = c.tiles.iter().filter(|t| t.changed).collect();
+    let mut s = if c.changed {
+        format!(
+            "CHANGED  {before} -> {after}\n  distance {:.3} > threshold {:.3} ({} of {} tiles changed)\n",
+            c.distance,
+            c.threshold,
+            changed_tiles.len(),
+            c.tiles.len()
+        )
+    } else {
+        format!(
+            "no change  {before} -> {after}\n  distance {:.3} <= threshold {:.3} ({} tiles)\n",
+            c.distance,
+            c.threshold,
+            c.tiles.len()
+        )
+    };
+    s += &format!(
+        "  greenery (HSV) {} -> {} ({}); learned {} -> {} ({}); direction {}\n",
+        pct(c.vegetation.before),
+        pct(c.vegetation.after),
+        direction(c.vegetation.direction).unwrap_or_default(),
+        pct(c.learned.before),
+        pct(c.learned.after),
+        direction(c.learned.direction).unwrap_or_default(),
+        direction(c.direction).unwrap_or_default(),
+    );
+    if !changed_tiles.is_empty() {
+        let list: Vec<String> = changed_tiles
+            .iter()
+            .map(|t| {
+                format!("{},{} {}x{} ({:.3})", t.tile.x, t.tile.y, t.tile.w, t.tile.h, t.distance)
+            })
+            .collect();
+        s += &format!("  changed tiles: {}\n", list.join(", "));
+    }
+    s
+}
+
+/// Rows of a pairs CSV: a header naming `before` and `after` (and optionally `mask`), other
+/// columns ignored, paths relative to the CSV's folder. A bad row is an error for that row only;
+/// an unreadable file or a header without the columns fails the whole CSV.
+fn read_pairs(csv_path: &Path) -> anyhow::Result<Vec<Result<Pair, BadRow>>> {
+    let name = csv_path.display().to_string();
+    let bytes = std::fs::read(csv_path).with_context(|| format!("{name}: cannot read"))?;
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
+    let header = reader.headers().map_err(|e| anyhow!("{name}: malformed header: {e}"))?.clone();
+    let column = |wanted: &str| header.iter().position(|h| h.eq_ignore_ascii_case(wanted));
+    let (Some(before_col), Some(after_col)) = (column("before"), column("after")) else {
+        bail!(
+            "{name}: malformed pairs CSV: the header row must name `before` and `after` columns (found {:?})",
+            header.iter().collect::<Vec<_>>()
+        );
+    };
+    let mask_col = column("mask");
+    let base = csv_path.parent().unwrap_or(Path::new(""));
+    let resolve = |p: &str| base.join(p);
+    let rows = reader
+        .records()
+        .map(|record| {
+            let record = record.map_err(|e| BadRow {
+                before: String::new(),
+                after: String::new(),
+                message: format!("{name}: malformed row: {e}"),
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |col: usize| record.get(col).unwrap_or("").to_owned();
+            let (before, after) = (field(before_col), field(after_col));
+            if before.is_empty() || after.is_empty() {
+                return Err(BadRow {
+                    before,
+                    after,
+                    message: format!(
+                        "{name}: line {line}: `before` and `after` must both be given"
+                    ),
+                });
+            }
+            let mask = mask_col.map(field).filter(|m| !m.is_empty()).map(|m| resolve(&m));
+            Ok(Pair { before: resolve(&before), after: resolve(&after), mask })
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+struct Progress {
+    total: usize,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress { total, enabled: total > 0 && std::io::stderr().is_terminal() }
+    }
+
+    fn show(&self, done: usize) {
+        if self.enabled {
+            let filled = 30 * done / self.total;
+            eprint!("\r[{}{}] {done}/{}", "=".repeat(filled), " ".repeat(30 - filled), self.total);
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
+
+    fn finish(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write csv");
+        path
+    }
+
+    #[test]
+    fn pairs_csv_resolves_paths_and_keeps_bad_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = write(
+            dir.path(),
+            "p.csv",
+            "id,before,after,mask\n1,a.png,b.png,\n2,/abs/c.png,d.png,m.png\n3,e.png,,\n4,f.png\n",
+        );
+        let rows = read_pairs(&csv).expect("reads");
+        assert_eq!(rows.len(), 4);
+        let first = rows[0].as_ref().expect("row 1");
+        assert_eq!(first.before, dir.path().join("a.png"));
+        assert_eq!(first.mask, None);
+        let second = rows[1].as_ref().expect("row 2");
+        assert_eq!(second.before, PathBuf::from("/abs/c.png"));
+        assert_eq!(second.mask, Some(dir.path().join("m.png")));
+        for bad in &rows[2..] {
+            let err = &bad.as_ref().expect_err("bad row").message;
+            assert!(err.contains("p.csv: line"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pairs_csv_without_the_columns_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = write(dir.path(), "p.csv", "first,second\na.png,b.png\n");
+        let err = read_pairs(&csv).expect_err("refused").to_string();
+        assert!(err.contains("p.csv: malformed pairs CSV"), "{err}");
+        assert!(read_pairs(&dir.path().join("missing.csv")).is_err());
+    }
+}

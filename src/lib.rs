@@ -1,0 +1,13 @@
+//! edge-change: change detection for field cameras and imagery on small ARM boards.
+//!
+//! - [`analysis`]: decode → mask → tiles → encoder embeddings → distance and vegetation (pure).
+//! - [`report`]: the `check --json` object, also the body of the daemon's events.
+//! - [`config`]: the configuration file; [`model`]: finding the encoder on disk.
+//! - [`cli`] and [`commands`]: the command line.
+
+pub mod analysis;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod model;
+pub mod report;

@@ -1,0 +1,10 @@
+//! The integration test binary: runs the real `edge-change` on images generated into temp dirs,
+//! the real model from models/ and, where present, real imagery from ../shared/data.
+
+mod check;
+mod config;
+mod errors;
+mod golden;
+mod harness;
+mod pairs;
+mod shared_data;

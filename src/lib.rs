@@ -6,8 +6,12 @@
 //! - [`cli`] and [`commands`]: the command line.
 
 pub mod analysis;
+pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod model;
 pub mod report;
+pub mod shutdown;
+pub mod sources;
+pub mod state;

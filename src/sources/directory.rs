@@ -193,7 +193,12 @@ impl DirectorySource {
                 },
                 _ = checks.tick() => {
                     let due = next_rescan.is_some_and(|at| Instant::now() >= at);
-                    if self.overflow.swap(false, Ordering::Relaxed) || due {
+                    let overflowed = self.overflow.swap(false, Ordering::Relaxed);
+                    if overflowed {
+                        stats.overflows.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(source = %self.settings.source, "watch events lost, rescanning");
+                    }
+                    if overflowed || due {
                         next_rescan = self.settings.rescan.map(|every| Instant::now() + every);
                         self.scan();
                     }
@@ -214,8 +219,8 @@ impl DirectorySource {
     /// Reacts to one watcher event; returns the files it completed.
     fn on_event(&mut self, event: notify::Event) -> Vec<Capture> {
         if event.need_rescan() {
-            tracing::warn!(source = %self.settings.source, "watcher overflowed, rescanning");
-            self.scan();
+            // The kernel's queue overflowed: rescan at the next check, like our own queue's overflow.
+            self.overflow.store(true, Ordering::Relaxed);
             return Vec::new();
         }
         match event.kind {
@@ -387,10 +392,12 @@ fn list_files(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, FileStamp)>) {
         let path = entry.path();
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => out.push((path, FileStamp::of(&meta))),
-            Ok(meta) if meta.is_dir() && depth > 1 => {
-                if !entry.file_name().to_string_lossy().starts_with('.') {
-                    list_files(&path, depth - 1, out);
-                }
+            Ok(meta)
+                if meta.is_dir()
+                    && depth > 1
+                    && !entry.file_name().to_string_lossy().starts_with('.') =>
+            {
+                list_files(&path, depth - 1, out)
             }
             _ => {}
         }

@@ -47,6 +47,8 @@ pub struct SourceStats {
     pub failures: AtomicU64,
     /// Camera ticks skipped because the capture queue was full.
     pub skipped_ticks: AtomicU64,
+    /// Times a directory's watch events were lost (kernel or our queue overflowed) and it was rescanned.
+    pub overflows: AtomicU64,
 }
 
 impl SourceStats {
@@ -183,5 +185,82 @@ async fn every<F, Fut>(
         }
         stats.count(&capture);
         permit.send(capture);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    const INTERVAL: Duration = Duration::from_secs(600);
+
+    fn capture(taken_at: SystemTime) -> Capture {
+        Capture {
+            site: "cam0".into(),
+            taken_at,
+            name: "cam0".into(),
+            data: CaptureData::Bytes(vec![1]),
+            source: "cam0".into(),
+        }
+    }
+
+    /// Waits (in paused time) until just after the tick at `n` intervals.
+    async fn after_tick(start: tokio::time::Instant, n: u32) {
+        tokio::time::sleep_until(start + INTERVAL * n + Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_skips_ticks_without_triggering_the_camera() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let stats = Arc::new(SourceStats::default());
+        let shutdown = Shutdown::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(every(INTERVAL, tx, stats.clone(), shutdown.clone(), move |t| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(capture(t))
+        }));
+
+        // Tick 0 fills the queue; ticks 1 and 2 find it full.
+        after_tick(start, 2).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.skipped_ticks.load(Ordering::Relaxed), 2);
+        rx.recv().await.expect("the first capture");
+        after_tick(start, 3).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.captures.load(Ordering::Relaxed), 2);
+
+        shutdown.trigger();
+        task.await.expect("stops at shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_capture_skips_the_ticks_it_missed_instead_of_bunching_them() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let stats = Arc::new(SourceStats::default());
+        let shutdown = Shutdown::new();
+        let start = tokio::time::Instant::now();
+        let mut first = true;
+        let task = tokio::spawn(every(INTERVAL, tx, stats.clone(), shutdown.clone(), move |t| {
+            // The first capture takes two and a half intervals.
+            let delay = if std::mem::take(&mut first) { INTERVAL * 5 / 2 } else { Duration::ZERO };
+            async move {
+                tokio::time::sleep(delay).await;
+                capture(t)
+            }
+        }));
+        after_tick(start, 4).await;
+        // Ticks 1 and 2 fell inside the slow capture: they are made up for by one capture as it
+        // ends (2.5 intervals), not two, and then the schedule goes on at ticks 3 and 4.
+        let mut taken = 0;
+        while rx.try_recv().is_ok() {
+            taken += 1;
+        }
+        assert_eq!(taken, 4);
+        assert_eq!(stats.captures.load(Ordering::Relaxed), 4);
+        shutdown.trigger();
+        task.await.expect("stops at shutdown");
     }
 }

@@ -2,6 +2,7 @@
 //! analysis and the state store. A capture that failed still flows, so the daemon can publish an `error`
 //! event for it and keep the site's previous good capture.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,13 +59,14 @@ impl FileStamp {
 }
 
 impl Capture {
-    /// The encoded image: reads the file for a path capture. Reading is blocking I/O: call it from the
-    /// analysis worker, not the async runtime.
-    pub fn read(&self) -> Result<Vec<u8>, CaptureFailed> {
+    /// The encoded image: reads the file for a path capture, borrows the bytes otherwise. Reading is
+    /// blocking I/O: call it from the analysis worker, not the async runtime.
+    pub fn read(&self) -> Result<Cow<'_, [u8]>, CaptureFailed> {
         match &self.data {
             CaptureData::Path { path, .. } => std::fs::read(path)
+                .map(Cow::Owned)
                 .map_err(|e| CaptureFailed(format!("{}: cannot read: {e}", path.display()))),
-            CaptureData::Bytes(bytes) => Ok(bytes.clone()),
+            CaptureData::Bytes(bytes) => Ok(Cow::Borrowed(bytes)),
             CaptureData::Failed(reason) => Err(CaptureFailed(reason.clone())),
         }
     }
@@ -158,14 +160,14 @@ mod tests {
             data: CaptureData::Path { path: path.clone(), stamp },
             source: "north".into(),
         };
-        assert_eq!(capture.read(), Ok(b"png".to_vec()));
+        assert_eq!(capture.read().expect("read").as_ref(), b"png");
         assert_eq!(capture.stamp(), Some(stamp));
         std::fs::remove_file(&path).expect("remove");
         let err = capture.read().expect_err("gone");
         assert!(err.0.contains("a.png: cannot read"), "{err}");
         capture.data = CaptureData::Failed("timed out after 30s".into());
         assert!(capture.is_failed());
-        assert_eq!(capture.read(), Err(CaptureFailed("timed out after 30s".into())));
+        assert_eq!(capture.read().expect_err("failed").0, "timed out after 30s");
     }
 
     #[test]

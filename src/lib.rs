@@ -4,6 +4,8 @@
 //! - [`report`]: the `check --json` object, also the body of the daemon's events.
 //! - [`config`]: the configuration file; [`model`]: finding the encoder on disk.
 //! - [`cli`] and [`commands`]: the command line.
+//! - The daemon's parts: [`sources`] produce [`capture`]s; [`state`] keeps baselines and the outbox;
+//!   [`shutdown`] turns signals into a stop every loop selects on.
 
 pub mod analysis;
 pub mod capture;

@@ -48,7 +48,10 @@ pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut(
 }
 
 pub fn bytes(capture: &Capture) -> Vec<u8> {
-    capture.read().unwrap_or_else(|e| panic!("capture {:?} has no image: {e}", capture.name))
+    capture
+        .read()
+        .unwrap_or_else(|e| panic!("capture {:?} has no image: {e}", capture.name))
+        .into_owned()
 }
 
 pub fn failure(capture: &Capture) -> &str {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use edge_change::capture::{sha256_hex, Capture};
 use edge_change::shutdown::Shutdown;
 use edge_change::sources::directory::{DirectorySettings, DirectorySource, SiteRule};
-use edge_change::sources::SourceStats;
+use edge_change::sources::{Source, SourceStats};
 use edge_change::state::{ProcessedFile, Store};
 use regex::Regex;
 use tokio::sync::mpsc;
@@ -245,4 +245,39 @@ async fn an_event_overflow_rescans_and_loses_nothing() {
     assert_eq!(watched.stats.captures.load(Ordering::Relaxed), count as u64);
     assert_quiet(&mut watched.rx, SETTLE * 4).await;
     watched.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_source_starts_and_a_missing_folder_fails_at_start_up() {
+    let (drop, state) = (temp(), temp());
+    let config = |path: &Path| {
+        let text = format!(
+            "[sources.north]\ntype = \"directory\"\npath = {:?}\n",
+            path.display().to_string()
+        );
+        let config = edge_change::config::Config::parse("test.toml", &text).expect("parses");
+        config.sources["north"].clone()
+    };
+    let source = Source::from_config("north", &config(drop.path())).expect("builds");
+    let (tx, mut rx) = mpsc::channel(4);
+    let shutdown = Shutdown::new();
+    let running = source.spawn(state.path(), tx, shutdown.clone()).expect("starts");
+    std::fs::write(drop.path().join("a.png"), png(1)).expect("write");
+    let capture = next(&mut rx, WITHIN).await;
+    assert_eq!((capture.site.as_str(), capture.name.as_str()), ("north", "a.png"));
+    assert_eq!(running.stats.captures.load(Ordering::Relaxed), 1);
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .expect("stopped")
+        .expect("joined");
+
+    let missing = drop.path().join("not-there");
+    let source = Source::from_config("north", &config(&missing)).expect("builds");
+    let (tx, _rx) = mpsc::channel(4);
+    let err = source.spawn(state.path(), tx, Shutdown::new()).expect_err("no such folder");
+    assert!(
+        err.to_string().starts_with(&format!("{}: cannot watch: ", missing.display())),
+        "{err}"
+    );
 }

@@ -313,6 +313,13 @@ mod tests {
     }
 
     #[test]
+    fn analyzer_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Analyzer>();
+        assert_send_sync::<CaptureAnalysis>();
+    }
+
+    #[test]
     fn fit_to_resizes_only_when_needed() {
         let img = RgbImage::from_pixel(10, 20, image::Rgb([1, 2, 3]));
         assert_eq!(fit_to(img.clone(), (10, 20)), img);

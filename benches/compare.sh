@@ -5,13 +5,13 @@
 #   3. peak memory (max RSS) of `check` on a pair of 1024x1024 JPEGs
 #   4. the encoder alone: `edge-change bench` next to onnxruntime on the same .onnx files
 # Needs: a release build (cargo build --release), python3 with Pillow (and onnxruntime for 4),
-# ../shared/data, training/reference.py with the same command line as `check`. Uses hyperfine
+# ../shared/data, training/reference.py (`python -m training.reference check`, same options as `check`). Uses hyperfine
 # when installed, else repeats with /usr/bin/time. Prints a table; writes nothing into the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/edge-change}
 DATA=${DATA:-../shared/data}
-REF=${REF:-training/reference.py}
+REF=${REF:-training/reference.py}  # run as: python -m training.reference check ...
 PY=${PY:-python3}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 [ -d "$DATA" ] || { echo "$DATA not found" >&2; exit 2; }
@@ -54,11 +54,11 @@ time_cmd() { # label, command...: mean wall seconds over 5 runs
 
 echo "== one pair (1024x1024 JPEGs), whole process"
 time_cmd "edge-change check" "$BIN" check "${one[@]}" --json
-[ -f "$REF" ] && time_cmd "reference.py" "$PY" "$REF" "${one[@]}" --json
+[ -f "$REF" ] && time_cmd "reference.py" "$PY" -m training.reference check "${one[@]}" --json
 
 echo "== 500 tile pairs with --pairs"
 time_cmd "edge-change check --pairs" "$BIN" check --pairs "$work/pairs.csv" --json
-[ -f "$REF" ] && time_cmd "reference.py --pairs" "$PY" "$REF" --pairs "$work/pairs.csv" --json
+[ -f "$REF" ] && time_cmd "reference.py --pairs" "$PY" -m training.reference check --pairs "$work/pairs.csv" --json
 
 echo "== peak memory of check on the 1024x1024 pair"
 /usr/bin/time -v "$BIN" check "${one[@]}" --json 2>"$work/time.txt" >/dev/null || true

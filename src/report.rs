@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::analysis::{Comparison, ModelCard};
+use crate::analysis::{Comparison, ModelCard, Trend};
 
 pub const SCHEMA: u32 = 1;
 
@@ -34,6 +34,20 @@ impl From<&ModelCard> for ModelRef {
     fn from(card: &ModelCard) -> Self {
         ModelRef { name: card.name.clone(), sha256: card.sha256.clone() }
     }
+}
+
+/// The comparison as shown: distances and fractions rounded to 6 decimals, as
+/// training/reference.py prints them (decisions were taken on the unrounded values).
+pub fn rounded(c: &Comparison) -> Comparison {
+    let r = |v: f64| (v * 1e6).round() / 1e6;
+    let trend = |t: Trend| Trend { before: r(t.before), after: r(t.after), delta: r(t.delta), ..t };
+    let mut shown = c.clone();
+    shown.distance = r(c.distance);
+    shown.threshold = r(c.threshold);
+    shown.tiles.iter_mut().for_each(|t| t.distance = r(t.distance));
+    shown.vegetation = trend(c.vegetation);
+    shown.learned = trend(c.learned);
+    shown
 }
 
 /// One analysed pair, fields in the documented order.
@@ -111,5 +125,8 @@ mod tests {
             .contains(r#""tiles":[{"x":0,"y":0,"w":128,"h":128,"distance":1.84,"changed":true}]"#));
         assert!(json.contains(r#""direction":"loss","model""#));
         assert!(json.contains(r#""decode":3.14,"#));
+        let shown = rounded(&comparison);
+        assert_eq!(shown.vegetation.delta, -0.19, "{:?}", comparison.vegetation.delta);
+        assert_eq!(shown.tiles[0].distance, 1.84);
     }
 }

@@ -19,7 +19,7 @@ use crate::analysis::{
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::model;
-use crate::report::{ErrorReport, ModelRef, Report, Timings, SCHEMA};
+use crate::report::{self, ErrorReport, ModelRef, Report, Timings, SCHEMA};
 
 const EXIT_CHANGE: u8 = 1;
 const EXIT_ERROR: u8 = 2;
@@ -253,11 +253,12 @@ fn print_outcome(outcome: &Outcome, model: &ModelRef, json: bool) {
     // A closed stdout (e.g. `| head`) is not worth a panic; the exit code still tells.
     let _ = match &outcome.result {
         Ok((comparison, timings)) if json => {
+            let shown = report::rounded(comparison);
             let report = Report {
                 schema: SCHEMA,
                 before,
                 after,
-                comparison,
+                comparison: &shown,
                 model: model.clone(),
                 timings_ms: timings.rounded(),
             };

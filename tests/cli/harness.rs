@@ -61,8 +61,19 @@ impl Output {
     }
 }
 
-/// Runs the binary in `dir`.
+/// Runs `check` in `dir` with the repo's fp32 model passed explicitly (when it exists), so tests
+/// do not depend on where the binary was built (CARGO_TARGET_DIR may be outside the repo).
 pub fn run(dir: &Path, args: &[&str]) -> Output {
+    let model = repo().join("models/encoder-fp32.onnx");
+    let mut args: Vec<&str> = args.to_vec();
+    if args.first() == Some(&"check") && !args.contains(&"--model") && model.is_file() {
+        args.extend(["--model", model.to_str().expect("utf-8 repo path")]);
+    }
+    run_plain(dir, &args)
+}
+
+/// Runs the binary in `dir` with exactly these arguments.
+pub fn run_plain(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(BIN).args(args).current_dir(dir).output().expect("run edge-change");
     Output {
         code: out.status.code().unwrap_or(-1),

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{DirectionSource, GreenRange, Settings};
+use crate::sources::{Source, SourceError};
+use crate::state::OutboxLimits;
 
 /// The documented default configuration, printed by `edge-change config default`.
 pub const DEFAULT_TOML: &str = include_str!("../config/edge-change.toml");
@@ -22,6 +24,7 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     pub vegetation: VegetationConfig,
     pub mqtt: MqttConfig,
+    pub outbox: OutboxConfig,
     pub sources: BTreeMap<String, SourceConfig>,
 }
 
@@ -35,6 +38,7 @@ impl Default for Config {
             analysis: AnalysisConfig::default(),
             vegetation: VegetationConfig::default(),
             mqtt: MqttConfig::default(),
+            outbox: OutboxConfig::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -122,6 +126,39 @@ pub enum Publish {
     All,
 }
 
+/// How large the outbox may grow while the broker is unreachable (oldest rows go first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    pub max_rows: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        let limits = OutboxLimits::default();
+        OutboxConfig { max_rows: limits.max_rows, max_bytes: limits.max_bytes }
+    }
+}
+
+impl OutboxConfig {
+    pub fn limits(&self) -> OutboxLimits {
+        OutboxLimits { max_rows: self.max_rows, max_bytes: self.max_bytes }
+    }
+}
+
+/// Where a directory source's captures get their site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteFrom {
+    /// The source's table name.
+    Name,
+    /// The `site` group of `site_pattern`, matched against the file name.
+    Pattern,
+    /// The first sub-directory below `path` (a folder per site).
+    Subdirectory,
+}
+
 /// One capture source; the table name is the site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -139,8 +176,29 @@ pub struct DirectorySource {
     pub pattern: String,
     #[serde(default)]
     pub site_pattern: String,
+    /// Unset = "pattern" when `site_pattern` is given, else "name".
+    #[serde(default)]
+    pub site_from: Option<SiteFrom>,
+    /// A file neither closed after writing nor renamed in counts once its size and mtime held
+    /// still this long.
+    #[serde(default = "two_seconds")]
+    pub settle: String,
+    /// Full scans of the folder besides start-up and event overflows; "0s" = none.
+    #[serde(default = "one_minute")]
+    pub rescan: String,
     #[serde(default)]
     pub mask: PathBuf,
+}
+
+impl DirectorySource {
+    /// The site rule in force (`site_from`, or what `site_pattern` implies).
+    pub fn site_from(&self) -> SiteFrom {
+        self.site_from.unwrap_or(if self.site_pattern.is_empty() {
+            SiteFrom::Name
+        } else {
+            SiteFrom::Pattern
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +232,12 @@ fn thirty_seconds() -> String {
 fn ten_seconds() -> String {
     "10s".into()
 }
+fn two_seconds() -> String {
+    "2s".into()
+}
+fn one_minute() -> String {
+    "1m".into()
+}
 
 /// One thing wrong in a configuration, with the key it is about.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,7 +269,8 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: name.clone(), source })?;
         let config = Config::parse(&name, &text)?;
-        let problems = config.validate();
+        let mut problems = config.validate();
+        problems.extend(config.check_paths());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -215,10 +280,24 @@ impl Config {
 
     /// Parses TOML text; `name` is for messages. Does not validate.
     pub fn parse(name: &str, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: name.to_owned(),
-            line: e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1),
-            message: e.message().trim().to_owned(),
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            let mut key = e.span().and_then(|s| key_at(text, s.start));
+            // Inside a tagged table (a source) the error points at the table, not the key.
+            let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+            if let (Some(k), Some(field)) = (&mut key, unknown) {
+                if !k.ends_with(&format!(".{field}")) && *k != field {
+                    *k = format!("{k}.{field}");
+                }
+            }
+            ConfigError::Parse {
+                path: name.to_owned(),
+                line: e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1),
+                message: match key {
+                    Some(key) => format!("{message} (key {key})"),
+                    None => message,
+                },
+            }
         })
     }
 
@@ -257,39 +336,53 @@ impl Config {
         if !(url.is_empty() || url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
             bad("mqtt.url", format!("{url:?} must start with mqtt:// or mqtts:// (or be empty)"));
         }
-        for (site, source) in &self.sources {
-            let key = |k: &str| format!("sources.{site}.{k}");
-            match source {
-                SourceConfig::Directory(d) if d.path.as_os_str().is_empty() => {
-                    bad(&key("path"), "must name a directory".into())
-                }
-                SourceConfig::Command(c) => {
-                    if c.command.is_empty() {
-                        bad(&key("command"), "must name a program".into());
-                    }
-                    for (k, d) in [("interval", &c.interval), ("timeout", &c.timeout)] {
-                        if let Err(e) = parse_duration(d) {
-                            bad(&key(k), e);
-                        }
-                    }
-                }
-                SourceConfig::Http(h) => {
-                    if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                        bad(
-                            &key("url"),
-                            format!("{:?} must start with http:// or https://", h.url),
-                        );
-                    }
-                    for (k, d) in [("interval", &h.interval), ("timeout", &h.timeout)] {
-                        if let Err(e) = parse_duration(d) {
-                            bad(&key(k), e);
-                        }
-                    }
-                }
-                SourceConfig::Directory(_) => {}
+        if self.outbox.max_rows == 0 {
+            bad("outbox.max_rows", "must be positive".into());
+        }
+        if self.outbox.max_bytes == 0 {
+            bad("outbox.max_bytes", "must be positive".into());
+        }
+        for (name, source) in &self.sources {
+            // Building the source checks what it needs (durations, globs, regexes, URLs) with key paths.
+            match Source::from_config(name, source) {
+                Ok(_) => {}
+                Err(SourceError::Config(found)) => problems.extend(found),
+                Err(other) => problems
+                    .push(Problem { key: format!("sources.{name}"), message: other.to_string() }),
             }
         }
         problems
+    }
+
+    /// Problems with the files the configuration names (watched folders, masks), each with its
+    /// key path; [`Config::load`] reports them with those of [`Config::validate`].
+    pub fn check_paths(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (name, source) in &self.sources {
+            let key = |k: &str| format!("sources.{name}.{k}");
+            if let SourceConfig::Directory(d) = source {
+                if !d.path.as_os_str().is_empty() && !d.path.is_dir() {
+                    let message = format!("{}: no such directory", d.path.display());
+                    problems.push(Problem { key: key("path"), message });
+                }
+            }
+            let mask = self.mask(name).unwrap_or(Path::new(""));
+            if !mask.as_os_str().is_empty() && !mask.is_file() {
+                let message = format!("{}: no such file", mask.display());
+                problems.push(Problem { key: key("mask"), message });
+            }
+        }
+        problems
+    }
+
+    /// The mask configured for source `name`, if any.
+    pub fn mask(&self, name: &str) -> Option<&Path> {
+        let mask = match self.sources.get(name)? {
+            SourceConfig::Directory(d) => &d.mask,
+            SourceConfig::Command(c) => &c.mask,
+            SourceConfig::Http(h) => &h.mask,
+        };
+        (!mask.as_os_str().is_empty()).then_some(mask.as_path())
     }
 
     /// The analysis settings this configuration asks for.
@@ -305,6 +398,32 @@ impl Config {
             },
             min_delta: v.min_delta,
             direction: v.direction,
+        }
+    }
+}
+
+/// The dotted key path of the TOML line holding byte `offset`: its table header's name, plus the
+/// key when the line is `key = value`. Good enough for messages about hand-written files.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let table = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[').then(|| l.trim_matches(['[', ']']).trim().to_owned())
+    });
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        (table, None) => {
+            let header = line.trim();
+            header
+                .starts_with('[')
+                .then(|| header.trim_matches(['[', ']']).trim().to_owned())
+                .or(table)
         }
     }
 }
@@ -347,6 +466,7 @@ mod tests {
         assert_eq!(parsed.analysis, code.analysis);
         assert_eq!(parsed.vegetation, code.vegetation);
         assert_eq!(parsed.mqtt, code.mqtt);
+        assert_eq!(parsed.outbox, code.outbox);
     }
 
     #[test]
@@ -389,6 +509,31 @@ mod tests {
                 "sources.gate.interval"
             ]
         );
+    }
+
+    #[test]
+    fn parse_errors_name_the_key_path() {
+        let msg = |text: &str| Config::parse("c", text).expect_err("invalid").to_string();
+        let m = msg("workers = 1\n[analysis]\ntile = \"big\"\n");
+        assert!(m.starts_with("c:3: ") && m.ends_with("(key analysis.tile)"), "{m}");
+        let m = msg("[sources.north]\ntype = \"directory\"\npath = \"/x\"\ncolour = 1\n");
+        assert!(m.contains("(key sources.north.colour)"), "{m}");
+        let m = msg("wokers = 2\n");
+        assert!(m.contains("(key wokers)"), "{m}");
+        let m = msg("[sources.north]\ntype = \"directory\"\n");
+        assert!(m.contains("missing field `path`") && m.contains("sources.north"), "{m}");
+    }
+
+    #[test]
+    fn paths_that_do_not_exist_are_problems_too() {
+        let text = "[sources.north]\ntype = \"directory\"\npath = \"/no/such/dir\"\n\
+                    mask = \"/no/mask.png\"\n[sources.cam]\ntype = \"command\"\n\
+                    command = [\"true\"]\ninterval = \"0s\"\n";
+        let config = Config::parse("c", text).expect("parses");
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["sources.cam.interval"]);
+        let keys: Vec<String> = config.check_paths().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["sources.north.path", "sources.north.mask"]);
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! - [`config`]: the configuration file; [`model`]: finding the encoder on disk.
 //! - [`cli`] and [`commands`]: the command line.
 //! - The daemon's parts: [`sources`] produce [`capture`]s; [`state`] keeps baselines and the outbox;
-//!   [`shutdown`] turns signals into a stop every loop selects on.
+//!   [`shutdown`] turns signals into a stop every loop selects on; [`daemon`] wires them together.
 
 pub mod analysis;
 pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod report;
 pub mod shutdown;

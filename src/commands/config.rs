@@ -19,16 +19,23 @@ pub fn run(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
                 println!("{}: valid", config.display());
                 Ok(ExitCode::SUCCESS)
             }
-            Err(ConfigError::Invalid { path, problems }) => {
-                for p in problems {
-                    eprintln!("{path}: {p}");
-                }
-                Ok(ExitCode::from(EXIT_INVALID))
-            }
-            Err(other) => {
-                eprintln!("error: {other}");
+            Err(e) => {
+                print_config_error(&e);
                 Ok(ExitCode::from(EXIT_INVALID))
             }
         },
+    }
+}
+
+/// Every problem on its own line of stderr, `FILE: KEY: PROBLEM` (shared by `config check` and
+/// `run`).
+pub fn print_config_error(error: &ConfigError) {
+    match error {
+        ConfigError::Invalid { path, problems } => {
+            for p in problems {
+                eprintln!("{path}: {p}");
+            }
+        }
+        other => eprintln!("error: {other}"),
     }
 }

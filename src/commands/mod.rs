@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod config;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -11,10 +12,7 @@ use crate::cli::Command;
 /// Runs a command; errors it returns are reported by `main` with `Command::failure_code`.
 pub fn dispatch(command: &Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run(args) => anyhow::bail!(
-            "`run` is not implemented yet (config {}); use `check` for now",
-            args.config.display()
-        ),
+        Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => config::run(cmd),
         Command::Bench(args) => bench::run(args),

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::capture::{Capture, CaptureData, FileStamp};
-use crate::config::{DirectorySource as DirectoryConfig, Problem};
+use crate::config::{parse_duration, DirectorySource as DirectoryConfig, Problem, SiteFrom};
 use crate::shutdown::Shutdown;
 use crate::sources::{SourceError, SourceStats};
 use crate::state::Store;
@@ -75,7 +75,10 @@ impl DirectorySettings {
         name: &str,
         config: &DirectoryConfig,
     ) -> Result<DirectorySettings, SourceError> {
-        let mut settings = DirectorySettings::new(name, &config.path);
+        // Absolute, so that the watcher's event paths and the scans' paths agree (a relative path
+        // is taken from the working directory at start).
+        let path = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+        let mut settings = DirectorySettings::new(name, &path);
         let mut problems = Vec::new();
         let key = |k: &str| format!("sources.{name}.{k}");
         if config.path.as_os_str().is_empty() {
@@ -85,8 +88,18 @@ impl DirectorySettings {
             Ok(glob) => settings.pattern = Some(glob.compile_matcher()),
             Err(e) => problems.push(Problem { key: key("pattern"), message: e.to_string() }),
         }
-        if !config.site_pattern.is_empty() {
-            match Regex::new(&config.site_pattern) {
+        match (config.site_from(), config.site_pattern.is_empty()) {
+            (SiteFrom::Name, true) => settings.site = SiteRule::Source,
+            (SiteFrom::Subdirectory, true) => settings.site = SiteRule::Subdirectory,
+            (SiteFrom::Pattern, true) => problems.push(Problem {
+                key: key("site_pattern"),
+                message: "site_from = \"pattern\" needs a regex with a (?P<site>...) group".into(),
+            }),
+            (SiteFrom::Name | SiteFrom::Subdirectory, false) => problems.push(Problem {
+                key: key("site_pattern"),
+                message: "is only used with site_from = \"pattern\"".into(),
+            }),
+            (SiteFrom::Pattern, false) => match Regex::new(&config.site_pattern) {
                 Ok(re) if re.capture_names().any(|n| n == Some("site")) => {
                     settings.site = SiteRule::Pattern(re)
                 }
@@ -98,7 +111,17 @@ impl DirectorySettings {
                     key: key("site_pattern"),
                     message: e.to_string().lines().last().unwrap_or("invalid").trim().to_owned(),
                 }),
-            }
+            },
+        }
+        match parse_duration(&config.settle) {
+            Ok(d) if !d.is_zero() => settings.settle = d,
+            Ok(_) => problems
+                .push(Problem { key: key("settle"), message: "must be longer than zero".into() }),
+            Err(message) => problems.push(Problem { key: key("settle"), message }),
+        }
+        match parse_duration(&config.rescan) {
+            Ok(d) => settings.rescan = (!d.is_zero()).then_some(d),
+            Err(message) => problems.push(Problem { key: key("rescan"), message }),
         }
         if problems.is_empty() {
             Ok(settings)
@@ -414,6 +437,9 @@ mod tests {
             path: "/srv/drop".into(),
             pattern: pattern.into(),
             site_pattern: site_pattern.into(),
+            site_from: None,
+            settle: "2s".into(),
+            rescan: "1m".into(),
             mask: PathBuf::new(),
         }
     }

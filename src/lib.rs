@@ -5,7 +5,8 @@
 //! - [`config`]: the configuration file; [`model`]: finding the encoder on disk.
 //! - [`cli`] and [`commands`]: the command line.
 //! - The daemon's parts: [`sources`] produce [`capture`]s; [`state`] keeps baselines and the outbox;
-//!   [`shutdown`] turns signals into a stop every loop selects on; [`daemon`] wires them together.
+//!   [`sinks`] deliver the outbox (MQTT); [`shutdown`] turns signals into a stop every loop selects
+//!   on; [`daemon`] wires them together.
 
 pub mod analysis;
 pub mod capture;
@@ -16,5 +17,6 @@ pub mod daemon;
 pub mod model;
 pub mod report;
 pub mod shutdown;
+pub mod sinks;
 pub mod sources;
 pub mod state;

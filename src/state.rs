@@ -393,6 +393,19 @@ impl Store {
         })
     }
 
+    /// The sites with a baseline, in name order (the MQTT sink announces them to Home Assistant).
+    pub fn sites(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT site FROM sites ORDER BY site")
+            .map_err(sqlite(&self.path))?;
+        let sites = statement
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(sqlite(&self.path))?;
+        Ok(sites)
+    }
+
     /// `PRAGMA integrity_check`: empty when the database is sound, else SQLite's findings.
     pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
         let mut statement =
@@ -548,6 +561,16 @@ mod tests {
             store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("v");
         assert_eq!((mode.as_str(), sync, version), ("wal", 2, MIGRATIONS.len() as i64));
         assert_eq!(store.integrity_check().expect("check"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sites_lists_the_sites_with_a_baseline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(dir.path()).expect("open");
+        for site in ["south", "north"] {
+            store.commit_analysis(site, Some(&baseline("a", 1)), None, None).expect("commit");
+        }
+        assert_eq!(store.sites().expect("sites"), ["north", "south"]);
     }
 
     #[test]

@@ -135,17 +135,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
 }
 
 /// The MQTT sink (shared/DESIGN.md, issue 5) publishes the outbox; `wake` is poked after each
-/// committed event. Until `crate::sinks::mqtt` lands, events wait in the outbox.
-//
-// HOOK for the sink: replace this body with
-// `sinks::mqtt::spawn(&config.mqtt, &config.device_id, &config.state_dir, wake, shutdown)`
-// (it returns `None` when `mqtt.url` is "").
+/// committed event. `None` when `mqtt.url` is "" or the sink cannot start (a missing password or CA
+/// file: logged, and events wait in the outbox, as when the broker is unreachable).
 fn start_sink(config: &Config, wake: Arc<Notify>, shutdown: Shutdown) -> Option<JoinHandle<()>> {
-    let _ = (wake, shutdown);
-    if !config.mqtt.url.is_empty() {
-        tracing::warn!(url = %config.mqtt.url, "no MQTT sink in this build: events wait in the outbox");
-    }
-    None
+    crate::sinks::mqtt::spawn(&config.mqtt, &config.device_id, &config.state_dir, wake, shutdown)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the MQTT sink cannot start: events wait in the outbox");
+            None
+        })
 }
 
 /// Loads the model (or reuses `reuse`'s when the configuration asks for the same one and the same

@@ -11,6 +11,9 @@ use crate::commands::config::{print_config_error, EXIT_INVALID};
 use crate::config::Config;
 use crate::daemon;
 
+/// Exit code for a fatal start-up error (model, state directory, a source that cannot start).
+const EXIT_START: u8 = 1;
+
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
@@ -24,6 +27,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .thread_name("edge-change")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::run(args.config.clone(), config))?;
-    Ok(ExitCode::SUCCESS)
+    match runtime.block_on(daemon::run(args.config.clone(), config)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            // The message already names the file and the reason; its source chain would repeat it.
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_START))
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::sources::{RunningSource, Source, SourceError};
 use crate::state::{Store, StoreError};
 
 use pipeline::{Counters, Pipeline, Settings};
-use systemd::Watchdog;
+use systemd::{Notifier, Watchdog};
 
 /// Captures between the sources and the analysis. Small: a capture waiting here is only worth its
 /// place until a fresher one is taken. When full, a directory source waits (its files stay on disk)
@@ -74,6 +74,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
     let mut sources = Sources::start(&config, tx.clone(), &shutdown)?;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let counters = Arc::new(Counters::default());
+    let notifier = Notifier::start();
     let wake = Arc::new(Notify::new());
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -87,6 +88,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
         counters: counters.clone(),
         wake: wake.clone(),
         watchdog: Watchdog::from_env(),
+        notifier: notifier.clone(),
     };
     let pipeline = tokio::spawn(pipeline.run(shutdown.clone()));
     let sink = start_sink(&config, wake, shutdown.clone());
@@ -98,7 +100,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
         state = %config.state_dir.display(),
         "edge-change running"
     );
-    systemd::ready(&counters.status_line());
+    notifier.ready(&counters.status_line());
 
     let mut config = config;
     loop {
@@ -119,7 +121,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
         }
     }
 
-    systemd::stopping();
+    notifier.stopping();
     tracing::info!("stopping: sources first, then the captures in hand");
     sources.stop().await;
     if pipeline.await.is_err() {

@@ -17,8 +17,8 @@ use tokio::time::MissedTickBehavior;
 use crate::analysis::{decode, fit_to, AnalysisError, Analyzer, Mask};
 use crate::capture::{rfc3339, sha256_hex, Capture};
 use crate::daemon::stored;
-use crate::daemon::systemd::{self, Watchdog};
-use crate::report::{ErrorReport, ModelRef, Report, Timings, SCHEMA};
+use crate::daemon::systemd::{Notifier, Watchdog};
+use crate::report::{self, ErrorReport, ModelRef, Report, Timings, SCHEMA};
 use crate::shutdown::Shutdown;
 use crate::state::{Baseline, NewEvent, ProcessedFile, Store, StoreError};
 
@@ -82,6 +82,7 @@ pub struct Pipeline {
     pub counters: Arc<Counters>,
     pub wake: Arc<Notify>,
     pub watchdog: Option<Watchdog>,
+    pub notifier: Notifier,
 }
 
 impl Pipeline {
@@ -118,7 +119,7 @@ impl Pipeline {
                 _ = shutdown.wait() => break,
                 Some(done) = running.join_next_with_id() => {
                     self.finished(done, &mut started, &mut busy);
-                    systemd::status(&self.counters.status_line());
+                    self.notifier.status(&self.counters.status_line());
                 }
                 capture = self.rx.recv(), if room => match capture {
                     Some(capture) => waiting.push_back(capture),
@@ -126,7 +127,7 @@ impl Pipeline {
                 },
                 _ = status.tick() => {
                     self.refresh_depth().await;
-                    systemd::status(&self.counters.status_line());
+                    self.notifier.status(&self.counters.status_line());
                 }
                 _ = watchdog.tick(), if self.watchdog.is_some() => {
                     // Healthy while idle or while every capture in hand is younger than the
@@ -134,10 +135,10 @@ impl Pipeline {
                     let stuck = self.watchdog.is_some_and(|w| {
                         started.values().any(|(_, at)| at.elapsed() > w.timeout)
                     });
-                    match (stuck, self.watchdog) {
-                        (false, Some(w)) => w.ping(),
-                        (true, _) => tracing::error!("an analysis is stuck; no watchdog ping"),
-                        _ => {}
+                    if stuck {
+                        tracing::error!("an analysis is stuck; no watchdog ping");
+                    } else {
+                        self.notifier.watchdog();
                     }
                 }
             }
@@ -344,11 +345,12 @@ impl Job {
         };
         let total = started.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let shown = report::rounded(&comparison);
         let report = Report {
             schema: SCHEMA,
             before: &previous.capture,
             after: &capture.name,
-            comparison: &comparison,
+            comparison: &shown,
             model: ModelRef::from(s.analyzer.encoder().card()),
             timings_ms: Timings {
                 decode: ms(decoded),

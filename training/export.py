@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     ds = data.load_all(a.data)
     from .train import SEED
-    export_all(model, ds, {"training": {"seed": SEED, "checkpoint": os.path.basename(a.checkpoint)}}, a.out,
+    training = {"seed": SEED}
+    meta = os.path.splitext(a.checkpoint)[0] + ".json"
+    if os.path.exists(meta):
+        with open(meta) as f:
+            training.update(json.load(f))
+    export_all(model, ds, {"training": training}, a.out,
                a.calibration)
     return 0
 

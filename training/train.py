@@ -23,8 +23,8 @@ from .model import MARGIN, NORM_AT_0, NORM_AT_1, Encoder, veg_target_norm
 from .reference import direction, greenery
 
 SEED = 20261203
-# The magnitude term at weight 1 left a vegetation error of 0.12; direction needs the norm to resolve 5 %.
-MAGNITUDE_WEIGHT = 2.0
+# Weight of the magnitude term against the contrastive one.
+MAGNITUDE_WEIGHT = 1.0
 
 
 def to_tensor(tiles: list[np.ndarray], masks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,31 +39,24 @@ class Sampler:
 
     def __init__(self, ds: data.Dataset, rng: np.random.Generator):
         self.rng = rng
-        self.changed: dict[str, list] = {}
-        self.unchanged: dict[str, list] = {}
-        for p in ds.train:
-            if p.label >= 0:
-                (self.changed if p.label == 1 else self.unchanged).setdefault(p.source, []).append(p)
+        # Pairs are drawn uniformly within each class, so brunei (three quarters of the labelled pairs) dominates.
+        # Drawing every source equally often was tried (with the magnitude term at weight 2): validation ROC
+        # AUC fell from 0.83 to 0.77, brunei's from 0.88 to 0.80, and oscd and sztaki did not improve.
+        self.changed = [p for p in ds.train if p.label == 1]
+        self.unchanged = [p for p in ds.train if p.label == 0]
         # captures for self-pairs: every training image with its vegetation when known
         self.images = list(ds.train_images) + [(p.before, p.mask, float("nan")) for p in ds.train
                                                if p.source == "sztaki"]
 
-    def pick(self, pools: dict[str, list]) -> data.Pair:
-        # every source equally often: brunei has 5x the pairs of the others, and the aerial and urban change
-        # of sztaki and oscd is what it teaches least
-        names = sorted(pools)
-        pool = pools[names[self.rng.integers(len(names))]]
-        return pool[self.rng.integers(len(pool))]
-
     def pair(self):
         r = self.rng.random()
         if r < 0.4:
-            p = self.pick(self.changed)
+            p = self.changed[self.rng.integers(len(self.changed))]
             b, a, m, y, vb, va = p.before, p.after, p.mask, 1.0, p.veg_before, p.veg_after
             if self.rng.random() < 0.3:
                 a = augment.random_nuisance(a, self.rng, 2)
         elif r < 0.7:
-            p = self.pick(self.unchanged)
+            p = self.unchanged[self.rng.integers(len(self.unchanged))]
             b, a, m, y, vb, va = p.before, p.after, p.mask, 0.0, p.veg_before, p.veg_after
             if self.rng.random() < 0.3:
                 a = augment.random_nuisance(a, self.rng, 2)
@@ -175,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
     os.makedirs(ckpt, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(ckpt, "encoder.pt"))
+    with open(os.path.join(ckpt, "encoder.json"), "w") as f:
+        json.dump({"seed": SEED, "steps": args.steps, "batch_pairs": args.batch,
+                   "minutes": round(train_minutes, 1), "threads": args.threads}, f)
     cal = calibrate(model, ds, rng)
     cal["training"]["minutes"] = round(train_minutes, 1)
     cal["training"]["steps"] = args.steps

@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod deploy;
 mod errors;
 mod golden;
 mod harness;

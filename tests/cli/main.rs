@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod deploy;
 mod errors;
+mod examples;
 mod golden;
 mod harness;
 mod pairs;

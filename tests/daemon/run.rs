@@ -286,3 +286,40 @@ fn start_up_failures_exit_1_with_one_line_naming_the_file() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("/dev/null/state"), "{stderr}");
 }
+
+#[test]
+fn a_camera_command_gives_events_and_a_failing_one_error_events() {
+    let Some(model) = model() else { return };
+    let root = temp();
+    for (i, seed) in [(0, 40), (1, 41)] {
+        std::fs::write(root.path().join(format!("img{i}.png")), png(seed)).expect("write");
+    }
+    // A "camera" that returns the two images in turn (the same bytes twice would be a duplicate).
+    let camera =
+        "n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count; cat img$((n % 2)).png";
+    let sources = format!(
+        "[sources.cam]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", {camera:?}]\n\
+         interval = \"300ms\"\ntimeout = \"10s\"\n\
+         [sources.broken]\ntype = \"command\"\n\
+         command = [\"sh\", \"-c\", \"echo no camera found >&2; exit 3\"]\ninterval = \"300ms\"\n"
+    );
+    let mut daemon = Daemon::start(root.path(), &config(root.path(), &model, &sources));
+    let deadline = std::time::Instant::now() + crate::running::WITHIN;
+    let found = loop {
+        let found = wait_events(&mut daemon, 1);
+        let has = |site: &str| found.iter().any(|e| field(e, "site") == site);
+        if has("cam") && has("broken") {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no events of both sources: {found:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    daemon.stop();
+    let cam = found.iter().find(|e| field(e, "site") == "cam").expect("a cam event");
+    assert_eq!(field(cam, "type"), "change");
+    assert!(field(cam, "capture").starts_with("cam@"), "{cam}");
+    let broken = found.iter().find(|e| field(e, "site") == "broken").expect("an error event");
+    assert_eq!(field(broken, "type"), "error");
+    assert_eq!(field(broken, "error"), "`sh` exited with status 3: no camera found");
+    assert!(broken["previous"].is_null(), "no good capture yet: {broken}");
+}

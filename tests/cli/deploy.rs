@@ -92,3 +92,45 @@ fn sysusers_file_creates_the_user_in_group_video() {
     assert!(said.contains("Creating user 'edge-change'"), "{said}");
     assert!(!root.join("etc/passwd").exists(), "dry run wrote a file");
 }
+
+#[test]
+fn install_script_stages_the_package_layout_and_uninstalls() {
+    if !have("systemd-sysusers") {
+        return;
+    }
+    let dir = temp();
+    let root = dir.path().join("root");
+    let script = repo().join("deploy/install.sh");
+    let install = |args: &[&str]| {
+        let out = Command::new("bash").arg(&script).args(args).output().expect("run install.sh");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "install.sh {args:?}: {said}");
+    };
+    let root_arg = root.to_str().expect("utf-8 temp path");
+    install(&["--binary", BIN, "--root", root_arg]);
+    for file in [
+        "usr/bin/edge-change",
+        "lib/systemd/system/edge-change.service",
+        "usr/lib/sysusers.d/edge-change.conf",
+        "etc/edge-change/config.toml",
+        "etc/edge-change/mqtt-password",
+        "usr/share/edge-change/models/encoder-fp32.onnx",
+        "usr/share/edge-change/models/encoder-fp32.json",
+    ] {
+        assert!(root.join(file).is_file(), "{file} not installed");
+    }
+    let passwd = fs::read_to_string(root.join("etc/passwd")).expect("passwd");
+    assert!(passwd.contains("edge-change:x:"), "{passwd}");
+    // A second install keeps the administrator's configuration.
+    fs::write(root.join("etc/edge-change/config.toml"), "workers = 1\n").expect("edit config");
+    install(&["--binary", BIN, "--root", root_arg]);
+    let config = fs::read_to_string(root.join("etc/edge-change/config.toml")).expect("config");
+    assert_eq!(config, "workers = 1\n");
+    assert!(root.join("etc/edge-change/config.toml.new").is_file());
+
+    install(&["--uninstall", "--root", root_arg]);
+    assert!(!root.join("usr/bin/edge-change").exists());
+    assert!(root.join("etc/edge-change/config.toml").is_file(), "uninstall kept the config");
+    install(&["--uninstall", "--purge", "--root", root_arg]);
+    assert!(!root.join("etc/edge-change").exists());
+}

@@ -11,6 +11,17 @@ pub enum Direction {
     None,
 }
 
+impl Direction {
+    /// The name used in JSON and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Gain => "gain",
+            Direction::Loss => "loss",
+            Direction::None => "none",
+        }
+    }
+}
+
 /// Slack for comparing fractions against `min_delta`: shares are ratios of pixel counts, so a
 /// delta that is exactly 5 % in pixels (e.g. 0.15 − 0.10) can land a hair under 0.05 in floating
 /// point. Treating values within 1e-9 of the bound as on it makes "≥ 0.05" mean what it says.
@@ -77,6 +88,13 @@ mod tests {
         // 5 of 100 pixels, computed as counts divided by totals.
         assert_eq!(d(10.0 / 100.0, 15.0 / 100.0), Direction::Gain);
         assert_eq!(d(7.0 / 20.0, 6.0 / 20.0), Direction::Loss);
+    }
+
+    #[test]
+    fn names_match_the_json() {
+        for d in [Direction::Gain, Direction::Loss, Direction::None] {
+            assert_eq!(serde_json::to_value(d).expect("serialises"), d.as_str());
+        }
     }
 
     #[test]

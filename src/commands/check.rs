@@ -91,11 +91,18 @@ struct BadRow {
     message: String,
 }
 
+/// An analysed pair with what its report needs besides the names.
+struct Analysed {
+    comparison: Comparison,
+    timings: Timings,
+    model: ModelRef,
+}
+
 /// A pair's outcome, ready to print.
 struct Outcome {
     before: String,
     after: String,
-    result: Result<(Comparison, Timings), String>,
+    result: Result<Analysed, String>,
 }
 
 impl Job {
@@ -127,25 +134,17 @@ impl Job {
                         .save_with_format(out, image::ImageFormat::Png)
                         .with_context(|| format!("{}: cannot write", out.display()))?;
                 }
-                Ok((comparison, timings, ModelRef::from(analyzer.encoder().card())))
+                let model = ModelRef::from(analyzer.encoder().card());
+                Ok(Analysed { comparison, timings, model })
             });
-        match result {
-            Ok((comparison, timings, model)) => {
-                let changed = comparison.changed;
-                let outcome = Outcome { before, after, result: Ok((comparison, timings)) };
-                print_outcome(&outcome, &model, self.json);
-                ExitCode::from(if changed { EXIT_CHANGE } else { 0 })
-            }
-            Err(error) => {
-                let outcome = Outcome { before, after, result: Err(format!("{error:#}")) };
-                print_outcome(
-                    &outcome,
-                    &ModelRef { name: String::new(), sha256: String::new() },
-                    self.json,
-                );
-                ExitCode::from(EXIT_ERROR)
-            }
-        }
+        let code = match &result {
+            Ok(analysed) if analysed.comparison.changed => EXIT_CHANGE,
+            Ok(_) => 0,
+            Err(_) => EXIT_ERROR,
+        };
+        let result = result.map_err(|error| format!("{error:#}"));
+        print_outcome(&Outcome { before, after, result }, self.json);
+        ExitCode::from(code)
     }
 
     /// Every row of the CSV on `workers` threads (0 = one per core), printed in input order.
@@ -166,7 +165,7 @@ impl Job {
             let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
             for _ in 0..workers {
                 let tx = tx.clone();
-                let (rows, next, analyzer) = (&rows, &next, &analyzer);
+                let (rows, next, analyzer, model) = (&rows, &next, &analyzer, &model);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(row) = rows.get(i) else { break };
@@ -174,6 +173,11 @@ impl Job {
                         Ok(pair) => {
                             let (before, after) = pair.names();
                             let result = analyse_pair(analyzer, pair, self.max_pixels)
+                                .map(|(comparison, timings)| Analysed {
+                                    comparison,
+                                    timings,
+                                    model: model.clone(),
+                                })
                                 .map_err(|e| e.to_string());
                             Outcome { before, after, result }
                         }
@@ -197,7 +201,7 @@ impl Job {
                 while let Some(outcome) = waiting.remove(&printed) {
                     failed |= outcome.result.is_err();
                     progress.clear();
-                    print_outcome(&outcome, &model, self.json);
+                    print_outcome(&outcome, self.json);
                     printed += 1;
                     progress.show(printed);
                 }
@@ -247,12 +251,12 @@ fn analyse_pair(
 }
 
 /// A pair's result on stdout (JSON or summary); an error also as one line on stderr.
-fn print_outcome(outcome: &Outcome, model: &ModelRef, json: bool) {
+fn print_outcome(outcome: &Outcome, json: bool) {
     let (before, after) = (outcome.before.as_str(), outcome.after.as_str());
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not worth a panic; the exit code still tells.
     let _ = match &outcome.result {
-        Ok((comparison, timings)) if json => {
+        Ok(Analysed { comparison, timings, model }) if json => {
             let shown = report::rounded(comparison);
             let report = Report {
                 schema: SCHEMA,
@@ -264,7 +268,7 @@ fn print_outcome(outcome: &Outcome, model: &ModelRef, json: bool) {
             };
             writeln!(stdout, "{}", serde_json::to_string(&report).unwrap_or_default())
         }
-        Ok((comparison, _)) => write!(stdout, "{}", summary(before, after, comparison)),
+        Ok(Analysed { comparison, .. }) => write!(stdout, "{}", summary(before, after, comparison)),
         Err(error) => {
             eprintln!("error: {error}");
             if json {
@@ -280,7 +284,6 @@ fn print_outcome(outcome: &Outcome, model: &ModelRef, json: bool) {
 /// The human summary: decision, distance vs threshold, greenery, changed tiles.
 fn summary(before: &str, after: &str, c: &Comparison) -> String {
     let pct = |v: f64| format!("{:.1}%", v * 100.0);
-    let direction = |d| serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned));
     let changed_tiles: Vec<_> = c.tiles.iter().filter(|t| t.changed).collect();
     let mut s = if c.changed {
         format!(
@@ -302,11 +305,11 @@ fn summary(before: &str, after: &str, c: &Comparison) -> String {
         "  greenery (HSV) {} -> {} ({}); learned {} -> {} ({}); direction {}\n",
         pct(c.vegetation.before),
         pct(c.vegetation.after),
-        direction(c.vegetation.direction).unwrap_or_default(),
+        c.vegetation.direction.as_str(),
         pct(c.learned.before),
         pct(c.learned.after),
-        direction(c.learned.direction).unwrap_or_default(),
-        direction(c.direction).unwrap_or_default(),
+        c.learned.direction.as_str(),
+        c.direction.as_str(),
     );
     if !changed_tiles.is_empty() {
         let list: Vec<String> = changed_tiles

@@ -99,11 +99,3 @@ fn invalid_threshold_and_usage() {
     let usage = run(dir.path(), &["check", "a.png"]);
     assert_eq!(usage.code, 2, "clap usage errors exit 2 too");
 }
-
-#[test]
-fn run_is_not_implemented_yet() {
-    let dir = temp();
-    let out = run(dir.path(), &["run"]);
-    assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("not implemented yet"), "{}", out.stderr);
-}

@@ -10,14 +10,13 @@ pub const INSTALLED_MODELS: &str = "/usr/share/edge-change/models";
 /// Both encodings of the encoder, in the order `bench` reports them.
 pub const MODEL_NAMES: [&str; 2] = ["encoder-fp32", "encoder-int8"];
 
-/// The encoding used when none is configured: the one measured faster on the architecture
-/// (`edge-change bench`; see the README's performance section).
+/// The encoding used when none is configured: the one measured faster (`edge-change bench`; see
+/// the README's performance section). That is fp32 on every architecture for now: tract has no
+/// int8 depthwise kernel and lowers the quantized depthwise convolutions to im2col plus a matmul
+/// per group, which is ~35x slower than fp32 on x86-64, and that lowering does not depend on the
+/// CPU's dot-product instructions. Run `edge-change bench` on a board before choosing int8.
 pub fn default_model_name() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "encoder-int8"
-    } else {
-        "encoder-fp32"
-    }
+    "encoder-fp32"
 }
 
 /// Folders searched for models, in order: ./models, a `models/` beside the executable or in any

@@ -195,6 +195,34 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+LIMITATIONS = ("Trained on ~2,200 labelled pairs from 46 places on 2 CPU cores. Brunei vegetation change is "
+               "learned best; urban (OSCD) and old aerial (SZTAKI) change are barely learned, and on SZTAKI a "
+               "plain pixel difference does better. The learned vegetation error (mean 0.17) exceeds the 5 % "
+               "direction rule's dead band, so small real changes read as 'none'. Sensor colour casts are the "
+               "nuisance it is least invariant to. Targets not met are marked in 'targets'; models/README.md "
+               "explains each.")
+
+
+def targets(metrics: dict, agreement: dict | None, file_bytes: int | None) -> dict:
+    """The issue's acceptance targets next to what was measured, so a card says plainly which are met."""
+    d = metrics["direction"]
+    out = {
+        "roc_auc >= 0.90": metrics["roc_auc"] >= 0.90,
+        "balanced_accuracy >= 0.85": metrics["balanced_accuracy"] >= 0.85,
+        "beats pixel difference": metrics["roc_auc"] > metrics["pixel_difference_roc_auc"],
+        "nuisance changed <= 2 % (all kinds together)": metrics["nuisance_changed_rate"]["all"] <= 0.02,
+        "nuisance changed <= 2 % (every kind)": all(
+            v <= 0.02 for k, v in metrics["nuisance_changed_rate"].items() if k != "all"),
+        "learned direction >= 0.90 on gain/loss": d["learned_accuracy_gain_loss"] >= 0.90,
+        "learned direction above HSV on gain/loss": d["learned_accuracy_gain_loss"] > d["hsv_accuracy_gain_loss"],
+    }
+    if agreement is not None:
+        out["int8 decisions differ <= 1 %"] = agreement["decisions_differ_fraction"] <= 0.01
+    if file_bytes is not None:
+        out["int8 file <= 8 MB"] = file_bytes <= 8_000_000
+    return out
+
+
 def card(name: str, encoding: str, path: str, cal: dict, extra: dict) -> dict:
     macs, params = macs_and_params(path)
     return {
@@ -221,6 +249,9 @@ def card(name: str, encoding: str, path: str, cal: dict, extra: dict) -> dict:
         "metrics": cal["metrics"],
         "licence": LICENCE,
         **extra,
+        "targets": targets(cal["metrics"], extra.get("int8_vs_fp32"),
+                           os.path.getsize(path) if encoding == "int8" else None),
+        "limitations": LIMITATIONS,
     }
 
 

@@ -8,5 +8,6 @@ mod errors;
 mod examples;
 mod golden;
 mod harness;
+mod models;
 mod pairs;
 mod shared_data;

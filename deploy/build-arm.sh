@@ -25,9 +25,10 @@ for arg in "$@"; do
     esac
 done
 
-# The boards' glibc: Raspberry Pi OS bookworm has 2.36, JetPack 6 (Ubuntu 22.04) 2.35, JetPack 5
-# (Ubuntu 20.04) 2.31. A binary needing a newer one refuses to start there.
-BOARD_GLIBC=${BOARD_GLIBC:-2.36}
+# The oldest glibc the binary must run on: Raspberry Pi OS bookworm has 2.36, JetPack 6 (Ubuntu
+# 22.04) 2.35, JetPack 5 (Ubuntu 20.04) 2.31 — out of reach of a bookworm build (GLIBC_2.34 for
+# pthreads): build that one on bullseye or Ubuntu 20.04 with BOARD_GLIBC=2.31.
+BOARD_GLIBC=${BOARD_GLIBC:-2.35}
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 say() { printf 'build-arm: %s\n' "$*"; }

@@ -155,8 +155,8 @@ fp32_model=$PWD/models/encoder-fp32.onnx int8_model=$PWD/models/encoder-int8.onn
 run_set generated-fp32 "$work/gen/pairs.csv" "$fp32_model"
 run_set real-fp32 "$real" "$fp32_model"
 if [ "$int8" -eq 1 ]; then
-    # int8 is the aarch64 default per models/CONTRACT.md, and its kernels are the ones most likely
-    # to differ between architectures; tract runs it slowly, so only the single-tile pairs.
+    # int8's kernels are the ones most likely to differ between architectures; tract runs it
+    # slowly (and under qemu slower still), so only the single-tile pairs.
     run_set generated-int8 "$work/gen/small.csv" "$int8_model"
 else
     say "int8 comparison skipped (--no-int8)"

@@ -101,7 +101,7 @@ elif ! cargo deb --version >/dev/null 2>&1; then
     say "arm64 .deb cannot be built: cargo-deb is not installed (cargo install cargo-deb)"
 else
     # --no-build: package the binary built above; cargo-deb maps the triple to Architecture: arm64
-    # and ($auto) computes Depends with the cross dpkg-shlibdeps when it can.
+    # Depends is fixed in Cargo.toml (libc6 >= 2.35).
     cargo deb --no-build --target aarch64-unknown-linux-gnu
     say "arm64 .deb: $(ls -1 target/aarch64-unknown-linux-gnu/debian/*.deb | tail -1)"
 fi

@@ -10,6 +10,8 @@ pub mod mask;
 pub mod tiles;
 pub mod visualize;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use image::{imageops, imageops::FilterType, RgbImage};
 use serde::{Deserialize, Serialize};
 
@@ -120,11 +122,21 @@ pub struct Comparison {
 pub struct Analyzer {
     encoder: Encoder,
     settings: Settings,
+    /// Threads that encode the tiles of one capture or pair (1 = the calling thread only).
+    tile_threads: usize,
 }
 
 impl Analyzer {
     pub fn new(encoder: Encoder, settings: Settings) -> Analyzer {
-        Analyzer { encoder, settings }
+        Analyzer { encoder, settings, tile_threads: 1 }
+    }
+
+    /// Encodes the tiles of one capture or pair on up to `threads` threads. For one pair at a
+    /// time (`check` of a single pair); callers that already run captures in parallel keep 1, since
+    /// more threads than cores only adds switching.
+    pub fn with_tile_threads(mut self, threads: usize) -> Analyzer {
+        self.tile_threads = threads.max(1);
+        self
     }
 
     pub fn encoder(&self) -> &Encoder {
@@ -146,31 +158,90 @@ impl Analyzer {
         image: &RgbImage,
         mask: Option<&Mask>,
     ) -> Result<CaptureAnalysis, AnalysisError> {
-        let (width, height) = image.dimensions();
-        if let Some(m) = mask {
-            let (mask_w, mask_h) = m.dimensions();
-            if (mask_w, mask_h) != (width, height) {
-                let mask = m.name().to_owned();
-                return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
+        let [capture] = self.embed_captures([image], mask)?;
+        Ok(capture)
+    }
+
+    /// Both captures of a pair. Their tiles share one pool of `tile_threads`, so a pair of
+    /// one-tile captures still keeps two cores busy.
+    pub fn embed_pair(
+        &self,
+        before: &RgbImage,
+        after: &RgbImage,
+        mask: Option<&Mask>,
+    ) -> Result<(CaptureAnalysis, CaptureAnalysis), AnalysisError> {
+        let [before, after] = self.embed_captures([before, after], mask)?;
+        Ok((before, after))
+    }
+
+    /// The tiles of every capture, encoded in one pool; the first failure in capture and grid
+    /// order is reported.
+    fn embed_captures<const N: usize>(
+        &self,
+        images: [&RgbImage; N],
+        mask: Option<&Mask>,
+    ) -> Result<[CaptureAnalysis; N], AnalysisError> {
+        for image in images {
+            let (width, height) = image.dimensions();
+            if let Some(m) = mask {
+                let (mask_w, mask_h) = m.dimensions();
+                if (mask_w, mask_h) != (width, height) {
+                    let mask = m.name().to_owned();
+                    return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
+                }
             }
         }
         let size = self.encoder.input_size();
-        let vegetation = &self.encoder.card().vegetation;
-        let mut tiles = Vec::new();
-        let (mut weighted, mut weight) = (0.0, 0u64);
-        for tile in tiles::grid(width, height, self.settings.tile) {
-            let Some(prepared) = tiles::prepare(image, mask, tile, size) else { continue };
-            let embedding = self.encoder.embed(&prepared)?;
-            let norm = embedding.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-            weighted += vegetation.fraction(norm) * prepared.valid_px as f64;
-            weight += prepared.valid_px;
-            tiles.push(TileEmbedding { tile, embedding, valid_px: prepared.valid_px });
+        let work: Vec<(usize, TileBox)> = images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, image)| {
+                let (width, height) = image.dimensions();
+                tiles::grid(width, height, self.settings.tile).into_iter().map(move |t| (i, t))
+            })
+            .collect();
+        let encoded = parallel_map(&work, self.tile_threads, |&(i, tile)| {
+            let prepared = tiles::prepare(images[i], mask, tile, size)?;
+            Some(self.encoder.embed(&prepared).map(|embedding| TileEmbedding {
+                tile,
+                embedding,
+                valid_px: prepared.valid_px,
+            }))
+        });
+        let mut per_image: [Vec<TileEmbedding>; N] = std::array::from_fn(|_| Vec::new());
+        // Fully masked tiles (`None`) are skipped.
+        for (&(i, _), tile) in work.iter().zip(encoded) {
+            if let Some(tile) = tile {
+                per_image[i].push(tile?);
+            }
         }
+        let mut out = Vec::with_capacity(N);
+        for (image, tiles) in images.into_iter().zip(per_image) {
+            out.push(self.finish_capture(image, mask, tiles)?);
+        }
+        Ok(out.try_into().unwrap_or_else(|_| unreachable!("one analysis per image")))
+    }
+
+    /// Greenery and learned vegetation of a capture whose tiles are encoded.
+    fn finish_capture(
+        &self,
+        image: &RgbImage,
+        mask: Option<&Mask>,
+        tiles: Vec<TileEmbedding>,
+    ) -> Result<CaptureAnalysis, AnalysisError> {
         if tiles.is_empty() {
             let mask = mask.map_or("mask", |m| m.name()).to_owned();
             return Err(AnalysisError::MaskEmpty { mask });
         }
+        let vegetation = &self.encoder.card().vegetation;
+        let (mut weighted, mut weight) = (0.0, 0u64);
+        for tile in &tiles {
+            let norm = tile.embedding.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+            weighted += vegetation.fraction(norm) * tile.valid_px as f64;
+            weight += tile.valid_px;
+        }
         let greenery = greenery::count_green(image, mask, &self.settings.green).fraction();
+        let (width, height) = image.dimensions();
         Ok(CaptureAnalysis {
             width,
             height,
@@ -189,6 +260,42 @@ impl Analyzer {
     ) -> Result<Comparison, AnalysisError> {
         compare_captures(before, after, self.threshold(), &self.settings)
     }
+}
+
+/// `f` over `items` on up to `threads` scoped threads, results in the order of `items`. Threads
+/// take the next item as they finish one, so uneven items (edge tiles) balance themselves.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<R>> = items.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, r) in done {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter().map(|r| r.expect("every item was taken by a worker")).collect()
 }
 
 /// `Analyzer::compare` without the encoder: the decision rules on stored analyses.
@@ -317,6 +424,21 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Analyzer>();
         assert_send_sync::<CaptureAnalysis>();
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order_of_the_items() {
+        let items: Vec<u64> = (0..97).collect();
+        // Uneven work, so the threads finish out of order.
+        let slow_square = |&i: &u64| {
+            std::thread::sleep(std::time::Duration::from_micros((i % 7) * 50));
+            i * i
+        };
+        let expected: Vec<u64> = items.iter().map(|i| i * i).collect();
+        for threads in [0, 1, 2, 5, 200] {
+            assert_eq!(parallel_map(&items, threads, slow_square), expected, "{threads} threads");
+        }
+        assert!(parallel_map(&[] as &[u64], 4, slow_square).is_empty());
     }
 
     #[test]

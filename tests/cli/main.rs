@@ -1,6 +1,7 @@
 //! The integration test binary: runs the real `edge-change` on images generated into temp dirs,
 //! the real model from models/ and, where present, real imagery from ../shared/data.
 
+mod analyzer;
 mod check;
 mod config;
 mod deploy;

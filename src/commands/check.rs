@@ -7,14 +7,16 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use image::RgbImage;
 
+use super::memo::{FileId, Key, Memo};
 use crate::analysis::{
-    decode, fit_to, visualize, AnalysisError, Analyzer, Comparison, Encoder, Mask, Settings,
+    decode, fit_to, visualize, AnalysisError, Analyzer, CaptureAnalysis, Comparison, Encoder, Mask,
+    Settings,
 };
 use crate::cli::CheckArgs;
 use crate::config::Config;
@@ -54,6 +56,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What every pair of one invocation shares.
+#[derive(Clone)]
 struct Job {
     /// Empty = the default encoding, found by `model::locate`.
     model: PathBuf,
@@ -112,17 +115,23 @@ impl Job {
         Ok(Analyzer::new(encoder, self.settings.clone()))
     }
 
-    /// Decodes first so that a bad capture is reported without waiting for the model.
+    /// The model loads on its own thread while the captures decode (each on a thread of its
+    /// own): a bad capture is still reported without waiting for the model, and a good pair
+    /// does not wait for both in turn. One pair has the machine to itself, so the tiles of both
+    /// captures are encoded on every core.
     fn single(&self, pair: &Pair, visualize_to: Option<&Path>) -> ExitCode {
         let (before, after) = pair.names();
-        let started = Instant::now();
+        let loading = {
+            let job = self.clone();
+            std::thread::spawn(move || job.load())
+        };
         let result =
             decode_pair(pair, self.max_pixels).map_err(anyhow::Error::from).and_then(|decoded| {
-                let load_started = Instant::now();
-                let analyzer = self.load()?;
-                let load_time = load_started.elapsed();
-                let (comparison, mut timings) = analyse(&analyzer, &decoded)?;
-                timings.total = ms(started.elapsed() - load_time);
+                let analyzer =
+                    loading.join().map_err(|_| anyhow!("loading the model panicked"))??;
+                let analyzer = analyzer.with_tile_threads(cores());
+                // `total` is decode + encode: the model load is not the pair's time.
+                let (comparison, timings) = analyse(&analyzer, &decoded)?;
                 if let Some(out) = visualize_to {
                     let picture = visualize::render(
                         &decoded.before,
@@ -153,11 +162,12 @@ impl Job {
         let analyzer = self.load()?;
         let model = ModelRef::from(analyzer.encoder().card());
         let workers = match workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores(),
             n => n,
         }
         .clamp(1, rows.len().max(1));
         let progress = Progress::new(rows.len());
+        let memo = Memo::default();
         let next = AtomicUsize::new(0);
         let mut failed = false;
         std::thread::scope(|scope| {
@@ -165,14 +175,14 @@ impl Job {
             let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
             for _ in 0..workers {
                 let tx = tx.clone();
-                let (rows, next, analyzer, model) = (&rows, &next, &analyzer, &model);
+                let (rows, next, analyzer, model, memo) = (&rows, &next, &analyzer, &model, &memo);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(row) = rows.get(i) else { break };
                     let outcome = match row {
                         Ok(pair) => {
                             let (before, after) = pair.names();
-                            let result = analyse_pair(analyzer, pair, self.max_pixels)
+                            let result = analyse_row(analyzer, pair, self.max_pixels, memo)
                                 .map(|(comparison, timings)| Analysed {
                                     comparison,
                                     timings,
@@ -212,42 +222,121 @@ impl Job {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Decodes both captures, each on a thread of its own (a before-capture error is reported first),
+/// and the mask.
 fn decode_pair(pair: &Pair, max_pixels: u64) -> Result<Decoded, AnalysisError> {
     let started = Instant::now();
-    let before = decode::decode_file(&pair.before, max_pixels)?;
-    let after = decode::decode_file(&pair.after, max_pixels)?;
+    let (before, after) = std::thread::scope(|scope| {
+        let after = scope.spawn(|| decode::decode_file(&pair.after, max_pixels));
+        let before = decode::decode_file(&pair.before, max_pixels);
+        (before, after.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let (before, after) = (before?, after?);
+    let mask = load_mask(pair, max_pixels, before.dimensions())?;
+    let after = fit_to(after, before.dimensions());
+    Ok(Decoded { before, after, mask, decode_ms: ms(started.elapsed()) })
+}
+
+/// The pair's mask, checked against the before-capture's size here too (embed_capture does) so
+/// that a wrong mask is reported before the model loads.
+fn load_mask(
+    pair: &Pair,
+    max_pixels: u64,
+    (width, height): (u32, u32),
+) -> Result<Option<Mask>, AnalysisError> {
     let mask = pair.mask.as_deref().map(|m| Mask::load(m, max_pixels)).transpose()?;
-    // Checked here too (embed_capture does) so a wrong mask is reported before the model loads.
     if let Some(m) = &mask {
-        let ((mask_w, mask_h), (width, height)) = (m.dimensions(), before.dimensions());
+        let (mask_w, mask_h) = m.dimensions();
         if (mask_w, mask_h) != (width, height) {
             let mask = m.name().to_owned();
             return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
         }
     }
-    let after = fit_to(after, before.dimensions());
-    Ok(Decoded { before, after, mask, decode_ms: ms(started.elapsed()) })
+    Ok(mask)
 }
 
 fn analyse(analyzer: &Analyzer, d: &Decoded) -> Result<(Comparison, Timings), AnalysisError> {
     let started = Instant::now();
-    let before = analyzer.embed_capture(&d.before, d.mask.as_ref())?;
-    let after = analyzer.embed_capture(&d.after, d.mask.as_ref())?;
+    let (before, after) = analyzer.embed_pair(&d.before, &d.after, d.mask.as_ref())?;
     let comparison = analyzer.compare(&before, &after)?;
     let encode = ms(started.elapsed());
     Ok((comparison, Timings { decode: d.decode_ms, encode, total: d.decode_ms + encode }))
 }
 
-fn analyse_pair(
+/// A capture of a row: analysed by an earlier row, or decoded and still to be encoded.
+enum Side {
+    Known(Arc<CaptureAnalysis>),
+    Decoded(RgbImage),
+}
+
+/// One CSV row. A capture the memo holds (same file, analysed size and mask) is compared
+/// without being decoded or encoded again; errors are those of `decode_pair`, in its order.
+fn analyse_row(
     analyzer: &Analyzer,
     pair: &Pair,
     max_pixels: u64,
+    memo: &Memo,
 ) -> Result<(Comparison, Timings), AnalysisError> {
-    analyse(analyzer, &decode_pair(pair, max_pixels)?)
+    let started = Instant::now();
+    let mask_id = pair.mask.as_deref().map(FileId::of);
+    let (Some(before_id), Some(after_id), None | Some(Some(_))) =
+        (FileId::of(&pair.before), FileId::of(&pair.after), mask_id)
+    else {
+        // A file that cannot be looked at: decoding it says why.
+        return analyse(analyzer, &decode_pair(pair, max_pixels)?);
+    };
+    let mask_id = mask_id.flatten();
+
+    let known = |file, size| memo.get(&Key { file, size, mask: mask_id });
+    let before = match memo.size_of(before_id).and_then(|size| known(before_id, size)) {
+        Some(analysis) => Side::Known(analysis),
+        None => {
+            let image = decode::decode_file(&pair.before, max_pixels)?;
+            memo.remember_size(before_id, image.dimensions());
+            Side::Decoded(image)
+        }
+    };
+    let size = match &before {
+        Side::Known(analysis) => (analysis.width, analysis.height),
+        Side::Decoded(image) => image.dimensions(),
+    };
+    let after = match known(after_id, size) {
+        Some(analysis) => Side::Known(analysis),
+        None => {
+            let image = decode::decode_file(&pair.after, max_pixels)?;
+            memo.remember_size(after_id, image.dimensions());
+            Side::Decoded(fit_to(image, size))
+        }
+    };
+    let mask = match (&before, &after) {
+        // Both known: their mask was checked when they were analysed.
+        (Side::Known(_), Side::Known(_)) => None,
+        _ => load_mask(pair, max_pixels, size)?,
+    };
+    let decode_ms = ms(started.elapsed());
+
+    let encoding = Instant::now();
+    let analysed = |side, file| match side {
+        Side::Known(analysis) => Ok(analysis),
+        Side::Decoded(image) => {
+            let analysis = Arc::new(analyzer.embed_capture(&image, mask.as_ref())?);
+            memo.insert(Key { file, size, mask: mask_id }, Arc::clone(&analysis));
+            Ok::<_, AnalysisError>(analysis)
+        }
+    };
+    let before = analysed(before, before_id)?;
+    let after = analysed(after, after_id)?;
+    let comparison = analyzer.compare(&before, &after)?;
+    let encode = ms(encoding.elapsed());
+    Ok((comparison, Timings { decode: decode_ms, encode, total: ms(started.elapsed()) }))
 }
 
 /// A pair's result on stdout (JSON or summary); an error also as one line on stderr.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod config;
+mod memo;
 pub mod run;
 
 use std::process::ExitCode;

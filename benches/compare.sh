@@ -20,7 +20,9 @@ DATA=$(cd "$DATA" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+# The int8 kernels tract picks depend on these (VNNI on x86-64, dot-product on aarch64).
+flags=$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_vnni|avx_vnni|asimddp|i8mm' | xargs || true)
+echo "machine: $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), [$flags], $(date -u '+%F %H:%M UTC'), load $(cut -d' ' -f1 /proc/loadavg)"
 
 # Inputs: 500 brunei pairs (128x128 tiles, paths relative to the CSV) and two 1024x1024 JPEGs.
 "$PY" - "$DATA" "$work" <<'PY'

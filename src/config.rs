@@ -28,6 +28,21 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
 }
 
+impl Config {
+    /// `workers` as a thread count: 0 is one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => cores(),
+            n => n,
+        }
+    }
+}
+
+/// The cores this process may use (1 when that cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -104,7 +104,7 @@ impl Encoder {
             let parsed = tract_onnx::onnx()
                 .model_for_read(&mut bytes.as_slice())
                 .and_then(|model| model.into_typed());
-            (hashing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), parsed)
+            (super::join(hashing), parsed)
         });
         if !actual.eq_ignore_ascii_case(card.sha256.trim()) {
             return Err(ModelError::Sha256 {

@@ -5,6 +5,7 @@ use std::path::Path;
 use image::RgbImage;
 
 use super::decode::{decode_file, DecodeError};
+use super::AnalysisError;
 
 /// A per-pixel validity map the size of the captures it applies to.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,16 @@ impl Mask {
 
     pub fn dimensions(&self) -> (u32, u32) {
         (self.width, self.height)
+    }
+
+    /// A mask applies only to captures of its own size.
+    pub fn check_size(&self, (width, height): (u32, u32)) -> Result<(), AnalysisError> {
+        let (mask_w, mask_h) = self.dimensions();
+        if (mask_w, mask_h) != (width, height) {
+            let mask = self.name.clone();
+            return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
+        }
+        Ok(())
     }
 
     pub fn valid(&self, x: u32, y: u32) -> bool {

@@ -181,15 +181,8 @@ impl Analyzer {
         images: [&RgbImage; N],
         mask: Option<&Mask>,
     ) -> Result<[CaptureAnalysis; N], AnalysisError> {
-        for image in images {
-            let (width, height) = image.dimensions();
-            if let Some(m) = mask {
-                let (mask_w, mask_h) = m.dimensions();
-                if (mask_w, mask_h) != (width, height) {
-                    let mask = m.name().to_owned();
-                    return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
-                }
-            }
+        if let Some(m) = mask {
+            images.iter().try_for_each(|image| m.check_size(image.dimensions()))?;
         }
         let size = self.encoder.input_size();
         let work: Vec<(usize, TileBox)> = images
@@ -262,6 +255,11 @@ impl Analyzer {
     }
 }
 
+/// A scoped thread's result; its panic, if it panicked, goes on in the caller.
+pub(crate) fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// `f` over `items` on up to `threads` scoped threads, results in the order of `items`. Threads
 /// take the next item as they finish one, so uneven items (edge tiles) balance themselves.
 fn parallel_map<T: Sync, R: Send>(
@@ -289,7 +287,7 @@ fn parallel_map<T: Sync, R: Send>(
             })
             .collect();
         for worker in workers {
-            let done = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let done = join(worker);
             for (i, r) in done {
                 out[i] = Some(r);
             }

@@ -15,11 +15,11 @@ use image::RgbImage;
 
 use super::memo::{FileId, Key, Memo};
 use crate::analysis::{
-    decode, fit_to, visualize, AnalysisError, Analyzer, CaptureAnalysis, Comparison, Encoder, Mask,
-    Settings,
+    self, decode, fit_to, visualize, AnalysisError, Analyzer, CaptureAnalysis, Comparison, Encoder,
+    Mask, Settings,
 };
 use crate::cli::CheckArgs;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::model;
 use crate::report::{self, ErrorReport, ModelRef, Report, Timings, SCHEMA};
 
@@ -45,7 +45,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
     };
     match (&args.pairs, &args.before, &args.after) {
-        (Some(csv), _, _) => job.pairs(csv, config.workers),
+        (Some(csv), _, _) => job.pairs(csv, config.worker_threads()),
         (None, Some(before), Some(after)) => {
             let pair =
                 Pair { before: before.clone(), after: after.clone(), mask: args.mask.clone() };
@@ -129,7 +129,7 @@ impl Job {
             decode_pair(pair, self.max_pixels).map_err(anyhow::Error::from).and_then(|decoded| {
                 let analyzer =
                     loading.join().map_err(|_| anyhow!("loading the model panicked"))??;
-                let analyzer = analyzer.with_tile_threads(cores());
+                let analyzer = analyzer.with_tile_threads(config::cores());
                 // `total` is decode + encode: the model load is not the pair's time.
                 let (comparison, timings) = analyse(&analyzer, &decoded)?;
                 if let Some(out) = visualize_to {
@@ -156,16 +156,12 @@ impl Job {
         ExitCode::from(code)
     }
 
-    /// Every row of the CSV on `workers` threads (0 = one per core), printed in input order.
+    /// Every row of the CSV on `workers` threads, printed in input order.
     fn pairs(&self, csv: &Path, workers: usize) -> anyhow::Result<ExitCode> {
         let rows = read_pairs(csv)?;
         let analyzer = self.load()?;
         let model = ModelRef::from(analyzer.encoder().card());
-        let workers = match workers {
-            0 => cores(),
-            n => n,
-        }
-        .clamp(1, rows.len().max(1));
+        let workers = workers.clamp(1, rows.len().max(1));
         let progress = Progress::new(rows.len());
         let memo = Memo::default();
         let next = AtomicUsize::new(0);
@@ -222,10 +218,6 @@ impl Job {
     }
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -237,7 +229,7 @@ fn decode_pair(pair: &Pair, max_pixels: u64) -> Result<Decoded, AnalysisError> {
     let (before, after) = std::thread::scope(|scope| {
         let after = scope.spawn(|| decode::decode_file(&pair.after, max_pixels));
         let before = decode::decode_file(&pair.before, max_pixels);
-        (before, after.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (before, analysis::join(after))
     });
     let (before, after) = (before?, after?);
     let mask = load_mask(pair, max_pixels, before.dimensions())?;
@@ -250,16 +242,10 @@ fn decode_pair(pair: &Pair, max_pixels: u64) -> Result<Decoded, AnalysisError> {
 fn load_mask(
     pair: &Pair,
     max_pixels: u64,
-    (width, height): (u32, u32),
+    size: (u32, u32),
 ) -> Result<Option<Mask>, AnalysisError> {
     let mask = pair.mask.as_deref().map(|m| Mask::load(m, max_pixels)).transpose()?;
-    if let Some(m) = &mask {
-        let (mask_w, mask_h) = m.dimensions();
-        if (mask_w, mask_h) != (width, height) {
-            let mask = m.name().to_owned();
-            return Err(AnalysisError::MaskSize { mask, mask_w, mask_h, width, height });
-        }
-    }
+    mask.as_ref().map(|m| m.check_size(size)).transpose()?;
     Ok(mask)
 }
 
@@ -277,6 +263,15 @@ enum Side {
     Decoded(RgbImage),
 }
 
+/// The row's files as the memo knows them; `None` when one cannot be looked at.
+fn file_ids(pair: &Pair) -> Option<(FileId, FileId, Option<FileId>)> {
+    let mask = match pair.mask.as_deref() {
+        Some(m) => Some(FileId::of(m)?),
+        None => None,
+    };
+    Some((FileId::of(&pair.before)?, FileId::of(&pair.after)?, mask))
+}
+
 /// One CSV row. A capture the memo holds (same file, analysed size and mask) is compared
 /// without being decoded or encoded again; errors are those of `decode_pair`, in its order.
 fn analyse_row(
@@ -286,14 +281,10 @@ fn analyse_row(
     memo: &Memo,
 ) -> Result<(Comparison, Timings), AnalysisError> {
     let started = Instant::now();
-    let mask_id = pair.mask.as_deref().map(FileId::of);
-    let (Some(before_id), Some(after_id), None | Some(Some(_))) =
-        (FileId::of(&pair.before), FileId::of(&pair.after), mask_id)
-    else {
+    let Some((before_id, after_id, mask_id)) = file_ids(pair) else {
         // A file that cannot be looked at: decoding it says why.
         return analyse(analyzer, &decode_pair(pair, max_pixels)?);
     };
-    let mask_id = mask_id.flatten();
 
     let known = |file, size| memo.get(&Key { file, size, mask: mask_id });
     let before = match memo.size_of(before_id).and_then(|size| known(before_id, size)) {

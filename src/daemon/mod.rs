@@ -76,10 +76,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), StartError>
     let counters = Arc::new(Counters::default());
     let notifier = Notifier::start();
     let wake = Arc::new(Notify::new());
-    let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let workers = config.worker_threads();
     let pipeline = Pipeline {
         rx,
         settings: settings_rx,
